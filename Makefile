@@ -1,0 +1,104 @@
+# Entry points for operators and CI. `make help` lists them.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+PYTHON ?= python3
+SCENARIOS ?= docker glusterfs haproxy node_exporter apptive_api monitoring
+LAB_INVENTORY ?= inventory/lab
+export ANSIBLE_VAULT_PASSWORD_FILE ?= $(CURDIR)/$(LAB_INVENTORY)/.vault-pass
+export LAB_INVENTORY
+export VENV
+# Each part of `make test` prints how long it took, so a slow CI run says where the time went.
+TIMED := scripts/timed.sh
+export TIMED_RECORD ?= $(CURDIR)/.cache/timings.txt
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-z][a-z_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements-dev.txt app/requirements.lock app/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-dev.txt -r app/requirements.lock
+	$(BIN)/pip install -q --no-deps -e 'app[test]'
+	$(BIN)/pip install -q -r app/requirements-test.lock
+	touch $@
+
+.PHONY: venv
+venv: $(VENV)/.installed ## Install the pinned tooling into .venv
+
+.PHONY: engine
+engine: ## Install and start Docker Engine when none answers
+	bash scripts/ensure-docker.sh
+
+.PHONY: tools
+tools: ## Install host tools the tests use (promtool, haproxy for config checks)
+	bash scripts/host-tools.sh
+
+.PHONY: lint
+lint: venv ## ansible-lint (production profile), yamllint, ruff
+	$(BIN)/yamllint --strict .
+	$(BIN)/ansible-lint --offline -q
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+.PHONY: unit
+unit: venv ## Unit tests: the API and the repo's own plugins
+	$(BIN)/pytest -q app/tests tests/unit tests/monitoring
+
+.PHONY: image
+image: venv engine ## Build apptive-api:<version> and dist/apptive-api-<version>.tar (VERSION=x overrides)
+	bash scripts/build-image.sh
+
+.PHONY: image-test
+image-test: venv engine ## Run the built image on loopback: health, round trip, sentinel guard
+	$(BIN)/pytest -q tests/image
+
+.PHONY: molecule
+molecule: venv engine ## Every role's Molecule scenario (SCENARIOS="a b" for some)
+	bash scripts/lab-image.sh
+	for s in $(SCENARIOS); do $(TIMED) "molecule $$s" $(BIN)/molecule test -s $$s; done
+
+.PHONY: lab
+lab: venv engine image ## Bring up the lab (containers as hosts) and run site.yml on it
+	bash scripts/lab.sh up
+
+.PHONY: lab-down
+lab-down: ## Remove every container, volume and network of the lab
+	bash scripts/lab.sh down
+
+.PHONY: lab-info
+lab-info: ## Where to reach the lab
+	bash scripts/lab.sh info
+
+.PHONY: lab-idempotence
+lab-idempotence: venv ## Rerun site.yml on the lab; fail unless nothing changed
+	bash scripts/check-idempotence.sh
+
+.PHONY: cluster-test
+cluster-test: venv ## Tests across hosts, against a running lab
+	$(BIN)/pytest -q tests/cluster
+
+.PHONY: test
+test: ## The whole suite: lint, unit, image, Molecule, lab, cluster tests
+	@mkdir -p .cache && rm -f "$$TIMED_RECORD"
+	$(TIMED) "venv" $(MAKE) -s venv
+	$(TIMED) "tools" $(MAKE) -s tools
+	$(TIMED) "lint" $(MAKE) -s lint
+	$(TIMED) "unit" $(MAKE) -s unit
+	$(TIMED) "image" $(MAKE) -s image
+	$(TIMED) "image-test" $(MAKE) -s image-test
+	$(TIMED) "molecule" $(MAKE) -s molecule
+	$(TIMED) "lab" $(MAKE) -s lab
+	$(TIMED) "lab-idempotence" $(MAKE) -s lab-idempotence
+	$(TIMED) "cluster-test" $(MAKE) -s cluster-test
+	@$(TIMED) --summary
+
+.PHONY: clean
+clean: lab-down ## Remove the lab, built images and archives
+	-docker image rm -f $$(docker image ls -q apptive-api) 2>/dev/null
+	rm -rf build dist .cache
