@@ -242,6 +242,7 @@ class _Owners:
         self.statuses: dict[str, int] = {}
         self.bad: list[str] = []
         self.rejected: list[str] = []
+        self.refused: list[str] = []  # every key a PUT of which was not acknowledged
 
     def call(self, api: dict[str, Any], method: str, key: str, value: int | None = None) -> Any:
         url = f"http://{api['host']}:{api['port']}/api/users/{self.user}/records/{key}"
@@ -269,6 +270,8 @@ class _Owners:
                 self.acked[key] = value
                 self.acked_by[api["name"]] = self.acked_by.get(api["name"], 0) + 1
             return True
+        with self.lock:
+            self.refused.append(key)
         return False
 
 
@@ -342,6 +345,7 @@ def safety_main(config_json: str) -> int:
                 "statuses": owners.statuses,
                 "bad": owners.bad,
                 "rejected": owners.rejected,
+                "refused": sorted(set(owners.refused) - set(owners.acked)),
                 "handovers": handovers,
                 "stale": stale,
                 "lost": lost,
@@ -379,12 +383,16 @@ def ensure_image(version: str, host: str = LAB_HOST) -> str:
     if not archive.is_file():
         raise SystemExit(f"bench-store: {tag} not in {host} and no {archive} to load")
     log(f"loading {archive.name} into {host}")
-    remote = f"/tmp/{archive.name}"
-    run(["docker", "cp", str(archive), f"{host}:{remote}"])
-    try:
-        in_host("docker", "load", "-i", remote, host=host)
-    finally:
-        in_host("rm", "-f", remote, check=False, host=host)
+    # Streamed on stdin: a `docker cp` to /tmp would land under the host's systemd tmpfs.
+    with archive.open("rb") as stream:
+        result = subprocess.run(
+            ["docker", "exec", "-i", host, "docker", "load"],
+            stdin=stream,
+            capture_output=True,
+            check=False,
+        )
+    if result.returncode != 0:
+        raise SystemExit(f"bench-store: docker load in {host} failed: {result.stderr.decode()}")
     return tag
 
 
@@ -734,7 +742,11 @@ SAFETY_HOSTS = ("lab-apptive1", "lab-apptive2")
 
 
 def _internal_ip(host: str) -> str:
-    return in_host("hostname", "-I", host=host).split()[0]
+    """The host's address on the lab network (`hostname -I` would list docker0's first)."""
+    ip = in_host("hostname", "-i", host=host).split()[0]
+    if ip.startswith(("127.", "172.17.")):
+        raise SystemExit(f"bench-store: {host} resolves its own name to {ip}, not its lab address")
+    return ip
 
 
 def safety_bench(args: argparse.Namespace) -> int:
@@ -769,7 +781,7 @@ def safety_bench(args: argparse.Namespace) -> int:
             in_host("docker", "rm", "-f", SAFETY_NAME, check=False, host=host)
         in_host("sh", "-c", f"rm -f {db} {db}-journal", check=False)
     missing = [k for k, v in result["acked"].items() if on_disk["rows"].get(k) != f'{{"n":{v}}}']
-    phantom = sorted(set(result["rejected"]) & set(on_disk["rows"]))
+    phantom = sorted(set(result["refused"]) & set(on_disk["rows"]))
     verdict = {
         "acknowledged": len(result["acked"]),
         "acked_by": result["acked_by"],
@@ -781,6 +793,7 @@ def safety_bench(args: argparse.Namespace) -> int:
         "refused under contention": result["rejected"],
         "integrity_check": on_disk["integrity"],
         "acked but not on disk": missing,
+        "writes answered 503 (never acknowledged)": len(result["refused"]),
         "answered 503 but stored": phantom,
     }
     print(json.dumps(verdict, indent=2))

@@ -77,6 +77,37 @@ def host_addresses(
     return [{"name": host, "address": _hostvar(hostvars, host, address_var)} for host in hosts]
 
 
+def host_targets(
+    hosts: Iterable[str], hostvars: Mapping[str, Any], port: int, address_var: str = "internal_ip"
+) -> list[dict[str, Any]]:
+    """Prometheus static_configs, one per host, labelled with the inventory name.
+
+    `groups` lists the host's groups between commas (",api,storage,"), so rules can select
+    API hosts with a regex whatever else a host is.
+    """
+    targets = []
+    for host in hosts:
+        group_names = _hostvar(hostvars, host, "group_names") or []
+        targets.append(
+            {
+                "targets": [f"{_hostvar(hostvars, host, address_var)}:{int(port)}"],
+                "labels": {"instance": host, "groups": f",{','.join(group_names)},"},
+            }
+        )
+    return targets
+
+
+def api_targets(hosts: Iterable[str], hostvars: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Prometheus static_configs for every API container, labelled by host and container."""
+    return [
+        {
+            "targets": [f"{server['address']}:{server['port']}"],
+            "labels": {"host": server["host"], "container": server["container"]},
+        }
+        for server in api_servers(hosts, hostvars)
+    ]
+
+
 def _port_problems(host: str, ports: Any, is_storage: bool) -> list[str]:
     if ports is None:
         return [f"{host}: apptive_api_ports is not set; an API host needs at least one port"]
@@ -205,5 +236,7 @@ class FilterModule:
         return {
             "apptive_api_servers": api_servers,
             "apptive_host_addresses": host_addresses,
+            "apptive_host_targets": host_targets,
+            "apptive_api_targets": api_targets,
             "apptive_inventory_problems": inventory_problems,
         }

@@ -18,6 +18,7 @@ import pytest
 import requests
 
 REPO = Path(__file__).resolve().parents[2]
+PROMETHEUS_URL = os.environ.get("LAB_PROMETHEUS_URL", "http://127.0.0.1:9090")
 LB_URLS = {
     "lb1": os.environ.get("LAB_LB1_URL", "http://127.0.0.1:8080"),
     "lb2": os.environ.get("LAB_LB2_URL", "http://127.0.0.1:8081"),
@@ -31,6 +32,10 @@ class Lab:
 
     def hosts(self, group: str) -> list[str]:
         return list(self.inventory.get(group, {}).get("hosts", []))
+
+    def container(self, host: str) -> str:
+        """The Docker container that stands in for an inventory host."""
+        return str(self.inventory["_meta"]["hostvars"][host]["ansible_host"])
 
 
 def _inventory() -> dict:

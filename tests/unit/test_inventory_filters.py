@@ -11,7 +11,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins" / "filter"))
 
-from apptive_inventory import api_servers, host_addresses, inventory_problems
+from apptive_inventory import (
+    api_servers,
+    api_targets,
+    host_addresses,
+    host_targets,
+    inventory_problems,
+)
 
 Inventory = tuple[dict[str, list[str]], dict[str, dict[str, Any]]]
 
@@ -176,3 +182,14 @@ def test_an_unresolvable_address_is_named(good: Inventory) -> None:
         "a1: internal_ip is <cannot be resolved: 'ansible_facts' is undefined>" in p
         for p in problems
     ), problems
+
+
+def test_scrape_targets(good: Inventory) -> None:
+    _, hostvars = copy.deepcopy(good)
+    hostvars["a1"]["group_names"] = ["api", "storage"]
+    assert host_targets(["a1"], hostvars, 9100) == [
+        {"targets": ["10.0.0.1:9100"], "labels": {"instance": "a1", "groups": ",api,storage,"}}
+    ]
+    assert api_targets(["a3"], hostvars) == [
+        {"targets": ["10.0.0.3:3601"], "labels": {"host": "a3", "container": "apptive-api-1"}}
+    ]

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,7 +30,7 @@ data = body.encode() if body is not None else None
 req = urllib.request.Request(url, data=data, method=method,
                              headers={"Content-Type": "application/json"})
 try:
-    resp = urllib.request.urlopen(req, timeout=5)
+    resp = urllib.request.urlopen(req, timeout=30)
 except urllib.error.HTTPError as exc:
     resp = exc
 print(json.dumps({"status": resp.status, "served_by": resp.headers.get("X-Served-By"),
@@ -176,8 +177,11 @@ def test_check_mode_reports_no_change():
     """
     scenario = Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"])
     inventory = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
+    # The ansible-playbook of the venv pytest runs from, even when that venv is not on PATH.
+    venv_playbook = Path(sys.executable).with_name("ansible-playbook")
+    playbook = str(venv_playbook) if venv_playbook.exists() else "ansible-playbook"
     result = subprocess.run(
-        ["ansible-playbook", "--check", "-i", str(inventory), str(scenario / "converge.yml")],
+        [playbook, "--check", "-i", str(inventory), str(scenario / "converge.yml")],
         capture_output=True,
         text=True,
         check=False,

@@ -232,6 +232,25 @@ def test_gluster_metrics_timer(host) -> None:
     assert "--no-heal" not in unit
 
 
+def test_gluster_metrics_unit_is_sandboxed(host) -> None:
+    shown = host.run(
+        "systemctl show -p ProtectSystem -p ProtectHome -p NoNewPrivileges -p PrivateTmp"
+        " gluster-metrics.service"
+    ).stdout.split()
+    assert sorted(shown) == [
+        "NoNewPrivileges=yes",
+        "PrivateTmp=yes",
+        "ProtectHome=yes",
+        "ProtectSystem=strict",
+    ]
+
+
+@pytest.mark.parametrize("path", ["/etc", "/usr", "/usr/local/lib", "/var", "/var/lib"])
+def test_system_directories_keep_their_permissions(host, path: str) -> None:
+    directory = host.file(path)
+    assert (directory.user, directory.group, directory.mode) == ("root", "root", 0o755)
+
+
 def test_gluster_metrics_file(host) -> None:
     def written() -> str:
         return host.file(TEXTFILE).content_string if host.file(TEXTFILE).exists else ""

@@ -10,7 +10,7 @@ description:
     it when O(state=started), and sets each option of O(options) whose value differs from the
     one the volume has (C(gluster volume set)); nothing else is touched.
   - An existing volume whose bricks, replica or arbiter count differ from the request is not
-    changed (that would move data): the module fails and says what differs.
+    changed (that would move data); the module fails and says what differs.
 options:
   name:
     description: Name of the volume.
