@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PYTHON ?= python3
-SCENARIOS ?= docker glusterfs haproxy node_exporter apptive_api monitoring
+SCENARIOS ?=
 LAB_INVENTORY ?= inventory/lab
 export ANSIBLE_VAULT_PASSWORD_FILE ?= $(CURDIR)/$(LAB_INVENTORY)/.vault-pass
 export LAB_INVENTORY
@@ -36,7 +36,7 @@ engine: ## Install and start Docker Engine when none answers
 	bash scripts/ensure-docker.sh
 
 .PHONY: tools
-tools: ## Install host tools the tests use (promtool, haproxy for config checks)
+tools: ## Install host tools the tests use (promtool, debootstrap)
 	bash scripts/host-tools.sh
 
 .PHONY: lint
@@ -59,9 +59,9 @@ image-test: venv engine ## Run the built image on loopback: health, round trip, 
 	$(BIN)/pytest -q tests/image
 
 .PHONY: molecule
-molecule: venv engine ## Every role's Molecule scenario (SCENARIOS="a b" for some)
+molecule: venv engine ## Every role's Molecule scenario, 3 at a time (SCENARIOS="a b" for some)
 	bash scripts/lab-image.sh
-	for s in $(SCENARIOS); do $(TIMED) "molecule $$s" $(BIN)/molecule test -s $$s; done
+	bash scripts/molecule-all.sh $(SCENARIOS)
 
 .PHONY: lab
 lab: venv engine image ## Bring up the lab (containers as hosts) and run site.yml on it
@@ -83,6 +83,26 @@ lab-idempotence: venv ## Rerun site.yml on the lab; fail unless nothing changed
 cluster-test: venv ## Tests across hosts, against a running lab
 	$(BIN)/pytest -q tests/cluster
 
+.PHONY: validation-test
+validation-test: venv ## Bad input fed to site.yml on the lab: refused up front, nothing changed
+	$(BIN)/pytest -q tests/validation
+
+.PHONY: e2e-faults
+e2e-faults: venv ## Faults under load on the lab: nothing lost
+	$(BIN)/pytest -q tests/faults tests/hardening
+
+.PHONY: bench
+bench: venv ## Benchmark report on the lab (prints a table; not a test)
+	$(PY) scripts/bench.py
+
+.PHONY: bench-store
+bench-store: venv ## Store latency: Gluster vs a local directory, through an LB and direct
+	$(PY) scripts/bench_store.py
+
+.PHONY: bench-rollout
+bench-rollout: venv ## A full rolling upgrade under load: requests sent and failed
+	$(PY) scripts/bench_rollout.py
+
 .PHONY: test
 test: ## The whole suite: lint, unit, image, Molecule, lab, cluster tests
 	@mkdir -p .cache && rm -f "$$TIMED_RECORD"
@@ -100,5 +120,5 @@ test: ## The whole suite: lint, unit, image, Molecule, lab, cluster tests
 
 .PHONY: clean
 clean: lab-down ## Remove the lab, built images and archives
-	-docker image rm -f $$(docker image ls -q apptive-api) 2>/dev/null
+	-docker image rm -f $$(docker image ls -q apptive-api) $$(docker image ls -q apptive-api-build) 2>/dev/null
 	rm -rf build dist .cache

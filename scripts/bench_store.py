@@ -163,14 +163,17 @@ def _wait_healthy(host: str, port: int, timeout_s: float = 90) -> None:
         time.sleep(0.5)
 
 
-def _drive(target: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
-    """Per user: a write that creates the database, then `rounds` x (a write, `reads` reads)."""
+def _drive(
+    target: dict[str, Any], cfg: dict[str, Any], numbers: range, totals: dict[str, Any]
+) -> None:
+    """Per user: a write that creates the database, then `rounds` x (a write, `reads` reads).
+    Samples and errors are added to `totals`, so several slices of users make one result."""
     users: queue.Queue[str] = queue.Queue()
-    for i in range(cfg["users"]):
+    for i in numbers:
         users.put(f"{target['user_prefix']}{i:04d}")
     pad = "x" * cfg["value_bytes"]
-    samples: dict[str, list[float]] = {"create": [], "write": [], "read": []}
-    errors: dict[str, int] = {}
+    samples: dict[str, list[float]] = totals["samples"]
+    errors: dict[str, int] = totals["errors"]
     lock = threading.Lock()
 
     def worker() -> None:
@@ -202,7 +205,6 @@ def _drive(target: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
             for key, count in bad.items():
                 errors[key] = errors.get(key, 0) + count
 
-    _wait_healthy(target["host"], target["port"])
     # Warm-up: the server's thread pool and the client's connections, not measured.
     warm = _Client(target["host"], target["port"])
     for _ in range(5):
@@ -213,17 +215,33 @@ def _drive(target: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
         thread.start()
     for thread in threads:
         thread.join()
-    wall = time.perf_counter() - started
-    result: dict[str, Any] = {kind: percentiles(values) for kind, values in samples.items()}
-    result["errors"] = errors
-    result["wall_s"] = wall
-    result["ops_per_s"] = sum(len(v) for v in samples.values()) / wall if wall else 0
-    return result
+    totals["wall_s"] += time.perf_counter() - started
 
 
 def load_main(config_json: str) -> int:
     cfg = json.loads(config_json)
-    results = {t["name"]: _drive(t, cfg) for t in cfg["targets"]}
+    targets = cfg["targets"]
+    for target in targets:
+        _wait_healthy(target["host"], target["port"])
+    totals: dict[str, dict[str, Any]] = {
+        t["name"]: {"samples": {"create": [], "write": [], "read": []}, "errors": {}, "wall_s": 0.0}
+        for t in targets
+    }
+    # The targets take turns, a slice of users each: the machine's load (shared, and it
+    # drifts) then weighs on every target alike instead of on whichever ran at a bad moment.
+    slices = max(1, min(cfg["slices"], cfg["users"]))
+    bounds = [cfg["users"] * n // slices for n in range(slices + 1)]
+    for n in range(slices):
+        for target in targets:
+            _drive(target, cfg, range(bounds[n], bounds[n + 1]), totals[target["name"]])
+    results = {}
+    for name, total in totals.items():
+        result: dict[str, Any] = {k: percentiles(v) for k, v in total["samples"].items()}
+        count = sum(len(v) for v in total["samples"].values())
+        result["errors"] = total["errors"]
+        result["wall_s"] = total["wall_s"]
+        result["ops_per_s"] = count / total["wall_s"] if total["wall_s"] else 0
+        results[name] = result
     print(json.dumps(results))
     return 0
 
@@ -500,6 +518,7 @@ def lab_bench(args: argparse.Namespace) -> int:
             "reads": args.reads,
             "concurrency": args.concurrency,
             "value_bytes": args.value_bytes,
+            "slices": args.slices,
             "targets": [
                 {"name": t.name, "host": t.host, "port": t.port, "user_prefix": prefixes[t.name]}
                 for t in targets
@@ -542,7 +561,7 @@ def report(
     lines = [
         f"apptive-api {version}: {args.users} users, {args.concurrency} concurrent, "
         f"per user 1 create + {args.rounds} x (1 write + {args.reads} reads), "
-        f"{args.value_bytes} B values"
+        f"{args.value_bytes} B values, targets interleaved in {args.slices} slices"
         + (f", volume group {args.volume_group}" if args.volume_group else ""),
         "",
         "| ms | "
@@ -830,6 +849,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--reads", type=int, default=4, help="reads after each write")
     parser.add_argument("--records", type=int, default=5, help="memory: records per user")
     parser.add_argument("--value-bytes", type=int, default=200)
+    parser.add_argument("--slices", type=int, default=5, help="lab: targets take turns")
     parser.add_argument("--cache-size", type=int, default=256)
     parser.add_argument("--idle-timeout", default="10")
     parser.add_argument("--busy-timeout-ms", default="15000")

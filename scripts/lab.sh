@@ -12,6 +12,8 @@ venv=${VENV:-.venv}
 export ANSIBLE_VAULT_PASSWORD_FILE=${ANSIBLE_VAULT_PASSWORD_FILE:-$PWD/$inventory/.vault-pass}
 export ANSIBLE_FORCE_COLOR=${ANSIBLE_FORCE_COLOR:-1}
 
+ready_marker=.cache/$(basename "$inventory")-ready
+
 log() { printf '\nlab: %s\n' "$*" >&2; }
 
 lab_secrets() {
@@ -52,16 +54,16 @@ case "${1:-up}" in
     log "creating hosts"
     "$venv/bin/ansible-playbook" -i "$inventory" lab/up.yml
     log "converging with site.yml"
-    rm -f .cache/lab-ready
+    rm -f "$ready_marker"
     "$venv/bin/ansible-playbook" -i "$inventory" site.yml "${@:2}"
-    mkdir -p .cache && date -u +%FT%TZ >.cache/lab-ready
+    mkdir -p .cache && date -u +%FT%TZ >"$ready_marker"
     info
     ;;
   down)
     if docker info >/dev/null 2>&1; then
       "$venv/bin/ansible-playbook" -i "$inventory" lab/down.yml
     fi
-    rm -f .cache/lab-ready
+    rm -f "$ready_marker"
     ;;
   info) info ;;
   *)
