@@ -55,8 +55,8 @@ image: venv engine ## Build apptive-api:<version> and dist/apptive-api-<version>
 	bash scripts/build-image.sh
 
 .PHONY: image-test
-image-test: venv engine ## Run the built image on loopback: health, round trip, sentinel guard
-	$(BIN)/pytest -q tests/image
+image-test: venv engine ## The built image on loopback: health, round trip, sentinel guard, two owners
+	$(BIN)/pytest -q tests/image tests/store_safety
 
 .PHONY: molecule
 molecule: venv engine ## Every role's Molecule scenario, 3 at a time (SCENARIOS="a b" for some)

@@ -8,7 +8,8 @@ lab (default; needs `make lab`): starts two extra API containers on lab-apptive1
 dockerd, one on a LOCAL directory (127.0.0.1:3690 inside the host) and one on the GlusterFS
 mount (127.0.0.1:3691), same image and settings, then drives the same load from INSIDE
 lab-apptive1 against (a) the Gluster one, (b) the local one, (c) lb1 (the deployed containers
-behind HAProxy), and prints p50/p99 side by side with the Gluster/local ratios. The extra
+behind HAProxy), taking turns in slices of users, and prints p50/p99 side by side with the
+Gluster/local ratios. The extra
 containers, the local directory and the benchmark's user databases are removed afterwards.
 `--volume-group metadata-cache` sets that option group on the volume for the run and restores
 every option it touched afterwards.
