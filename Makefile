@@ -9,7 +9,6 @@ BIN := $(VENV)/bin
 PYTHON ?= python3
 SCENARIOS ?=
 LAB_INVENTORY ?= inventory/lab
-export ANSIBLE_VAULT_PASSWORD_FILE ?= $(abspath $(LAB_INVENTORY))/.vault-pass
 export LAB_INVENTORY
 export VENV
 # Each part of `make test` prints how long it took, so a slow CI run says where the time went.

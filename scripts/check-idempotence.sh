@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 inventory=${LAB_INVENTORY:-inventory/lab}
 venv=${VENV:-.venv}
-export ANSIBLE_VAULT_PASSWORD_FILE=${ANSIBLE_VAULT_PASSWORD_FILE:-$PWD/$inventory/.vault-pass}
+export ANSIBLE_VAULT_PASSWORD_FILE=${ANSIBLE_VAULT_PASSWORD_FILE:-$(realpath -m "$inventory")/.vault-pass}
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 ANSIBLE_NOCOLOR=1 "$venv/bin/ansible-playbook" -i "$inventory" site.yml "$@" | tee "$log"

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 inventory=${LAB_INVENTORY:-inventory/lab}
 venv=${VENV:-.venv}
-export ANSIBLE_VAULT_PASSWORD_FILE=${ANSIBLE_VAULT_PASSWORD_FILE:-$PWD/$inventory/.vault-pass}
+export ANSIBLE_VAULT_PASSWORD_FILE=${ANSIBLE_VAULT_PASSWORD_FILE:-$(realpath -m "$inventory")/.vault-pass}
 export ANSIBLE_FORCE_COLOR=${ANSIBLE_FORCE_COLOR:-1}
 
 ready_marker=.cache/$(basename "$inventory")-ready
