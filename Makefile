@@ -6,6 +6,8 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
+# Molecule and ansible-lint call ansible-config, ansible-playbook, ... by name.
+export PATH := $(abspath $(BIN)):$(PATH)
 PYTHON ?= python3
 SCENARIOS ?=
 LAB_INVENTORY ?= inventory/lab
