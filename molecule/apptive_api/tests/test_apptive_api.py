@@ -16,7 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
+# The release the site deploys, which tests/unit/test_release.py ties to the app's own version,
+# so `make image` has built its archive before Molecule runs.
+VERSION = yaml.safe_load(
+    (Path(__file__).resolve().parents[3] / "group_vars/all/main.yml").read_text()
+)["apptive_api_version"]
 CONTAINERS = {"apptive-api-1": 3601, "apptive-api-2": 3602}
 STORE = "/mnt/apptive_store"
 UID = "10001"
@@ -74,11 +80,11 @@ def test_container_runs_healthy(host, name, port):
         info = inspect(host, name)
         assert info["State"]["Running"]
         assert info["State"]["Health"]["Status"] == "healthy"
-        assert info["Config"]["Image"] == "apptive-api:1.0.0"
+        assert info["Config"]["Image"] == f"apptive-api:{VERSION}"
         assert info["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
         assert info["Config"]["Labels"]["io.apptive.role"] == "api"
         assert info["Config"]["Labels"]["io.apptive.port"] == str(port)
-        assert info["Config"]["Labels"]["io.apptive.version"] == "1.0.0"
+        assert info["Config"]["Labels"]["io.apptive.version"] == VERSION
         assert f"APPTIVE_INSTANCE=mol-apptive-api-a/{name}" in info["Config"]["Env"]
         # Interval and command of the health check come from the role, not only the image.
         healthcheck = info["Config"]["Healthcheck"]
@@ -142,7 +148,7 @@ def test_health_through_the_host_address(host):
         assert answer["served_by"] == "mol-apptive-api-a/apptive-api-1"
         body = json.loads(answer["body"])
         assert body["status"] == "ok"
-        assert body["version"] == "1.0.0"
+        assert body["version"] == VERSION
         assert body["instance"] == "mol-apptive-api-a/apptive-api-1"
 
 
@@ -163,7 +169,7 @@ def test_record_round_trip_through_the_shared_store(host):
 
 
 def test_image_archive_cached(host):
-    archive = host.file("/var/cache/apptive/apptive-api-1.0.0.tar")
+    archive = host.file(f"/var/cache/apptive/apptive-api-{VERSION}.tar")
     assert archive.is_file
     assert archive.user == "root"
     assert archive.mode == 0o640
