@@ -165,8 +165,11 @@ class OwnerConnections:
                 if entry.pins == 0 and now - entry.last_used >= self._idle_timeout_s
             ]
             victims = [self._entries.pop(user_id) for user_id in idle]
-            self._counts.idle_closes += sum(1 for e in victims if e.conn is not None)
-        _close_all(victims)
+        # Closed outside the mutex: a close on a slow mount must not stall every request.
+        # Counted after the close, so idle_closes never runs ahead of the released locks.
+        closed = _close_all(victims)
+        with self._mutex:
+            self._counts.idle_closes += closed
         return len(victims)
 
     def close(self) -> None:
@@ -315,12 +318,18 @@ class OwnerConnections:
                 log.exception("owner cache sweep failed")
 
 
-def _close_all(entries: list[_Entry]) -> None:
-    """Close connections of entries nobody else can reach any more (removed and unpinned)."""
+def _close_all(entries: list[_Entry]) -> int:
+    """Close connections of entries nobody else can reach any more (removed and unpinned).
+
+    Returns how many connections were open.
+    """
+    closed = 0
     for entry in entries:
         if entry.conn is not None:
             _close_quietly(entry.conn)
             entry.conn = None
+            closed += 1
+    return closed
 
 
 def _close_quietly(conn: sqlite3.Connection) -> None:
