@@ -2,7 +2,8 @@
 
 The load balancers need every API container as a backend, Prometheus needs every target, and
 site.yml needs the inventory checked as a whole before any host changes. One role sees one
-host; these see them all.
+host; these see them all. A rollout needs to know, before it touches a host, which of its API
+containers the run will replace: only their servers are taken out of the load balancers.
 """
 
 from __future__ import annotations
@@ -22,7 +23,24 @@ RESERVED_PORTS = {
     24007: "glusterd",
     24008: "glusterd (RDMA)",
 }
+# Ports the services of the other groups listen on by default (their roles' defaults), for an
+# API host that is also in one of those groups; a variable set in the inventory wins.
+GROUP_PORTS = {
+    "lb": {
+        "haproxy_frontend_port": 80,
+        "haproxy_stats_port": 8404,
+        "haproxy_peer_port": 10000,
+    },
+    "monitoring": {
+        "prometheus_web_listen_address": "0.0.0.0:9090",
+        "alertmanager_web_listen_address": "0.0.0.0:9093",
+        "alertmanager_cluster_listen_address": "",
+    },
+}
 REQUIRED_GROUPS = ("api", "storage", "lb", "monitoring")
+BATCH_RE = re.compile(r"^(\d+)%$")
+# Rollout settings (group_vars/all/rollout.yml) that must be whole numbers of seconds above 0.
+ROLLOUT_SECONDS = ("apptive_api_rollout_drain_timeout", "apptive_api_rollout_health_timeout")
 VERSION_RE = re.compile(r"^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.-]+)?$")
 GROUP_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -108,6 +126,120 @@ def api_targets(hosts: Iterable[str], hostvars: Mapping[str, Any]) -> list[dict[
     ]
 
 
+def _container_name(container: Mapping[str, Any]) -> str:
+    names = container.get("Names") or [""]
+    return str(names[0]).lstrip("/")
+
+
+def rollout_plan(
+    containers: Iterable[Mapping[str, Any]] | None,
+    host: str,
+    ports: list[int],
+    version: str,
+) -> dict[str, Any]:
+    """Which API containers of `host` this run replaces or removes, from what runs now.
+
+    `containers` is what community.docker.docker_host_info lists (verbose, label
+    io.apptive.role=api); None when Docker cannot be asked yet (a new host): then every
+    container is new. A container is replaced when it is missing, not running, or its
+    `io.apptive.port` / `io.apptive.version` labels differ from the wish; it is removed when its
+    index is beyond the port list. Server names follow api_servers().
+    """
+    current = {_container_name(c): c for c in containers or []}
+    replace, replace_ports = [], []
+    for index, port in enumerate(ports, start=1):
+        name = f"apptive-api-{index}"
+        running = current.get(name)
+        labels = (running or {}).get("Labels") or {}
+        if (
+            running is None
+            or running.get("State") != "running"
+            or labels.get("io.apptive.port") != str(port)
+            or labels.get("io.apptive.version") != str(version)
+        ):
+            replace.append(name)
+            replace_ports.append(int(port))
+    wanted = {f"apptive-api-{index}" for index in range(1, len(ports) + 1)}
+    remove = sorted(name for name in current if name not in wanted)
+    return {
+        "replace": replace,
+        "replace_ports": replace_ports,
+        "remove": remove,
+        # Running now and about to go: stopped as soon as their servers are drained.
+        "stop": [
+            name
+            for name in replace + remove
+            if name in current and current[name].get("State") == "running"
+        ],
+        # Out of the load balancers before the change: every server whose container goes away.
+        "drain": [f"{host}-{name}" for name in replace + remove],
+        # Back in once the new containers answer: the replaced ones only.
+        "ready": [f"{host}-{name}" for name in replace],
+    }
+
+
+def _listen_port(value: Any) -> int | None:
+    """A port from `80` or `"0.0.0.0:9090"`; None when there is none (an empty address)."""
+    text = str(value or "").rsplit(":", 1)[-1]
+    return int(text) if text.isdigit() else None
+
+
+def _shared_ports(
+    host: str, hostvars: Mapping[str, Any], groups: Mapping[str, list[str]]
+) -> dict[int, str]:
+    """{port: "variable (group)"} of the other tiers' listeners on an API host in their group."""
+    taken = {}
+    for group, variables in GROUP_PORTS.items():
+        if host not in (groups.get(group) or []):
+            continue
+        for name, default in variables.items():
+            port = _listen_port(_hostvar(hostvars, host, name, default))
+            if port is not None:
+                taken[port] = f"{name} ({group})"
+    return taken
+
+
+def _batch_problem(host: str, batch: Any) -> str | None:
+    if batch is None:  # unset: the rollout play's default, 1
+        return None
+    text = str(batch).strip()
+    percent = BATCH_RE.match(text)
+    if isinstance(batch, bool) or not (text.isdigit() or percent):
+        return (
+            f"{host}: apptive_api_rollout_batch {batch!r} is neither a number of hosts nor a "
+            "percentage (e.g. 1 or '30%')"
+        )
+    number = int(percent.group(1)) if percent else int(text)
+    if number < 1 or (percent and number > 100):
+        return (
+            f"{host}: apptive_api_rollout_batch {batch!r} must be at least 1 host, or a "
+            "percentage from 1% to 100%"
+        )
+    return None
+
+
+def _rollout_problems(api_hosts: list[str], hostvars: Mapping[str, Any]) -> list[str]:
+    problems = []
+    batches: dict[str, str] = {}
+    for host in api_hosts:
+        batch = _hostvar(hostvars, host, "apptive_api_rollout_batch")
+        problem = _batch_problem(host, batch)
+        if problem:
+            problems.append(problem)
+        batches.setdefault(str(batch), host)
+        for name in ROLLOUT_SECONDS:
+            value = _hostvar(hostvars, host, name, 1)  # unset: the playbook's default
+            if isinstance(value, bool) or not str(value).isdigit() or int(value) < 1:
+                problems.append(f"{host}: {name} {value!r} must be a whole number of seconds >= 1")
+    if len(batches) > 1:
+        problems.append(
+            "apptive_api_rollout_batch differs between API hosts ("
+            + ", ".join(f"{host}: {batch}" for batch, host in batches.items())
+            + "); the rollout takes one batch size for the whole group"
+        )
+    return problems
+
+
 def _port_problems(host: str, ports: Any, is_storage: bool) -> list[str]:
     if ports is None:
         return [f"{host}: apptive_api_ports is not set; an API host needs at least one port"]
@@ -146,6 +278,11 @@ def _address_problems(host: str, address: Any, facts: Mapping[str, Any] | None) 
         return [f"{host}: internal_ip {address!r} is not an IPv4 address"]
     if ip.is_unspecified or ip.is_multicast:
         return [f"{host}: internal_ip {address} cannot be a host's address"]
+    if ip.is_loopback:
+        return [
+            f"{host}: internal_ip {address} is a loopback address; the other hosts (the load "
+            "balancers, Prometheus) cannot reach it"
+        ]
     if facts:
         mine = facts.get("all_ipv4_addresses") or []
         if mine and str(ip) not in mine:
@@ -180,7 +317,13 @@ def inventory_problems(groups: Mapping[str, list[str]], hostvars: Mapping[str, A
         problems += _port_problems(host, ports, host in storage_hosts)
         address = _hostvar(hostvars, host, "internal_ip")
         problems += _address_problems(host, address, _hostvar(hostvars, host, "ansible_facts"))
+        taken = _shared_ports(host, hostvars, groups)
         for port in ports if isinstance(ports, list) else []:
+            if port in taken:
+                problems.append(
+                    f"{host}: apptive_api_ports has {port}, which {taken[port]} also uses on "
+                    "this host"
+                )
             other = listeners.setdefault((str(address), port), host)
             if other != host:
                 problems.append(
@@ -196,6 +339,7 @@ def inventory_problems(groups: Mapping[str, list[str]], hostvars: Mapping[str, A
             problems.append(f"{host}: internal_ip {address} is also {other}'s")
 
     problems += _storage_problems(sorted(storage_hosts), hostvars)
+    problems += _rollout_problems(api_hosts, hostvars)
 
     for host in groups.get("all") or []:
         version = _hostvar(hostvars, host, "apptive_api_version")
@@ -239,4 +383,5 @@ class FilterModule:
             "apptive_host_targets": host_targets,
             "apptive_api_targets": api_targets,
             "apptive_inventory_problems": inventory_problems,
+            "apptive_api_rollout_plan": rollout_plan,
         }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import subprocess
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS_URL = os.environ.get("LAB_PROMETHEUS_URL", "http://127.0.0.1:9090")
@@ -35,7 +37,23 @@ class Lab:
 
     def container(self, host: str) -> str:
         """The Docker container that stands in for an inventory host."""
-        return str(self.inventory["_meta"]["hostvars"][host]["ansible_host"])
+        return rendered(host, str(self.inventory["_meta"]["hostvars"][host]["ansible_host"]))
+
+
+def container_of(host: str) -> str:
+    """The lab container of an inventory host, read from the lab inventory's group_vars."""
+    inventory_dir = REPO / os.environ.get("LAB_INVENTORY", "inventory/lab")
+    template = yaml.safe_load((inventory_dir / "group_vars/all.yml").read_text())["ansible_host"]
+    return rendered(host, template)
+
+
+def rendered(host: str, value: str) -> str:
+    """`ansible-inventory --list` leaves templates as they are: the lab's ansible_host is
+    "lab-{{ inventory_hostname }}"; this is the only template the lab inventories use there."""
+    value = re.sub(r"\{\{\s*inventory_hostname\s*\}\}", host, value)
+    if "{{" in value:
+        raise ValueError(f"{host}: cannot render {value!r} without Ansible")
+    return value
 
 
 def _inventory() -> dict:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from faultkit import LB_URLS, REPO, Lab, Load, load_lab, remove_users
+from faultkit import LB_URLS, REPO, Lab, Load, haproxy_status, load_lab, remove_users, wait_for
 
 REPORT = Path(os.environ.get("FAULTS_REPORT", REPO / ".cache" / "faults-report.json"))
 _figures: dict[str, dict[str, Any]] = {}
@@ -23,6 +23,21 @@ _figures: dict[str, dict[str, Any]] = {}
 @pytest.fixture(scope="session")
 def lab() -> Lab:
     return load_lab()
+
+
+@pytest.fixture(autouse=True)
+def healthy_lab(lab: Lab) -> None:
+    """Every test starts from a whole lab: every API container UP on every LB."""
+    expected = {name.replace("/", "-") for name in lab.containers}
+
+    def all_up() -> bool:
+        for lb in lab.hosts("lb"):
+            status = haproxy_status(lab.container(lb))
+            if {name for name, state in status.items() if state == "UP"} != expected:
+                return False
+        return True
+
+    wait_for("every API container UP on every LB before the test", all_up, timeout=120)
 
 
 @pytest.fixture
@@ -38,7 +53,7 @@ def start_load(lab: Any) -> Iterator[Callable[..., Load]]:
     yield start
     for load in loads:
         load.stop()
-    remove_users(lab, [load.prefix for load in loads])
+    remove_users(lab, [user for load in loads for user in load.users])
 
 
 @pytest.fixture

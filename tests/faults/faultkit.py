@@ -11,7 +11,6 @@ import hashlib
 import importlib.util
 import json
 import random
-import re
 import secrets
 import subprocess
 import sys
@@ -54,21 +53,9 @@ _cluster = cluster_conftest()
 LB_URLS: dict[str, str] = _cluster.LB_URLS
 
 
-def rendered(host: str, value: str) -> str:
-    """`ansible-inventory --list` leaves templates as they are: the lab's ansible_host is
-    "lab-{{ inventory_hostname }}"; this is the only template the lab inventories use there."""
-    value = re.sub(r"\{\{\s*inventory_hostname\s*\}\}", host, value)
-    if "{{" in value:
-        raise ValueError(f"{host}: cannot render {value!r} without Ansible")
-    return value
-
-
-@dataclass(frozen=True)
-class Lab(_cluster.Lab):  # type: ignore[name-defined,misc]
-    """tests/cluster's Lab, with the container name rendered."""
-
-    def container(self, host: str) -> str:
-        return rendered(host, str(self.inventory["_meta"]["hostvars"][host]["ansible_host"]))
+# The lab's containers are named by a template (ansible_host: "lab-{{ inventory_hostname }}").
+rendered = _cluster.rendered
+Lab = _cluster.Lab
 
 
 def load_lab() -> Lab:
@@ -130,6 +117,11 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float =
 
 def haproxy_status(lb_container: str) -> dict[str, str]:
     """server name -> status (UP, DOWN, MAINT, "UP 1/2", ...) as this HAProxy sees it."""
+    return {name: row["status"] for name, row in haproxy_servers(lb_container).items()}
+
+
+def haproxy_servers(lb_container: str) -> dict[str, dict[str, str]]:
+    """server name -> its `show stat` row (status, check_status, check_code, ...)."""
     out = in_host(
         lb_container,
         "sh",
@@ -139,12 +131,12 @@ def haproxy_status(lb_container: str) -> dict[str, str]:
     )
     lines = [line for line in out.splitlines() if line.strip()]
     header = lines[0].lstrip("# ").split(",")
-    status: dict[str, str] = {}
+    servers: dict[str, dict[str, str]] = {}
     for line in lines[1:]:
         row = dict(zip(header, line.split(","), strict=False))
         if row.get("pxname") == BACKEND and row.get("svname") not in ("FRONTEND", "BACKEND"):
-            status[row["svname"]] = row["status"]
-    return status
+            servers[row["svname"]] = row
+    return servers
 
 
 def server_name(host: str, container: str) -> str:
@@ -433,11 +425,15 @@ class Load:
             "reads_failed": sum(1 for o in failed if o.method == "GET"),
             "client_failovers": sum(1 for o in outcomes if o.failover),
             "failure_kinds": dict(Counter(str(o.error or o.status) for o in failed)),
+            "failures_by_container": dict(Counter(str(o.served_by) for o in failed)),
             "mismatched_reads": len(self.mismatches),
         }
         if fault_at is not None:
             last = max((o.ended for o in failed if o.ended >= fault_at), default=None)
             result["recovery_s"] = round(last - fault_at, 1) if last is not None else 0.0
+            result["slowest_request_s"] = round(
+                max((o.ended - o.started for o in outcomes if o.ended >= fault_at), default=0), 1
+            )
         if outcomes:
             span = max(o.ended for o in outcomes) - min(o.started for o in outcomes)
             result["requests_per_s"] = round(len(outcomes) / span, 1) if span else 0.0
@@ -482,23 +478,33 @@ class Load:
         }
 
 
-def remove_users(lab: Any, prefixes: Iterable[str]) -> None:
-    """The test users' databases on the shared volume (ids no real user has)."""
-    patterns = " -o ".join(f"-name '{p}[0-9][0-9][0-9].sqlite3*'" for p in prefixes)
-    if not patterns:
+def user_files(user: str) -> list[str]:
+    """Where the API keeps a user's database on the store (apptive_api.store: two shard levels
+    from sha256 of the id), with its journal."""
+    digest = hashlib.sha256(user.encode("ascii")).hexdigest()
+    path = f"{STORE_MOUNT}/users/{digest[:2]}/{digest[2:4]}/{user}.sqlite3"
+    return [path, f"{path}-journal"]
+
+
+def remove_users(lab: Any, users: Iterable[str]) -> None:
+    """The test users' databases on the shared volume, by exact path (no walk of the tree)."""
+    paths = [path for user in users for path in user_files(user)]
+    if not paths:
         return
     for host in lab.hosts("api"):
         out = subprocess.run(
             [
                 "docker",
                 "exec",
+                "-i",
                 lab.container(host),
                 "sh",
                 "-c",
-                f"mountpoint -q {STORE_MOUNT} && find {STORE_MOUNT}/users -type f"
-                f" \\( {patterns} \\) -delete",
+                f"mountpoint -q {STORE_MOUNT} && xargs rm -f",
             ],
+            input="\n".join(paths),
             capture_output=True,
+            text=True,
             timeout=120,
             check=False,
         )

@@ -17,6 +17,7 @@ from apptive_inventory import (
     host_addresses,
     host_targets,
     inventory_problems,
+    rollout_plan,
 )
 
 Inventory = tuple[dict[str, list[str]], dict[str, dict[str, Any]]]
@@ -138,6 +139,62 @@ def test_a_good_inventory_has_no_problem(good: Inventory) -> None:
             lambda g, h: h["a3"].update(apptive_api_version="latest"),
             "a3: apptive_api_version 'latest' is not",
         ),
+        (
+            lambda g, h: h["a1"].update(internal_ip="127.0.0.1"),
+            "a1: internal_ip 127.0.0.1 is a loopback",
+        ),
+        # An API host that is a load balancer too: the API cannot have HAProxy's ports.
+        (
+            lambda g, h: (
+                g.update(lb=["lb1", "lb2", "a1"]) or h["a1"].update(apptive_api_ports=[8404])
+            ),
+            "a1: apptive_api_ports has 8404, which haproxy_stats_port (lb) also uses",
+        ),
+        (
+            lambda g, h: (
+                g.update(lb=["lb1", "lb2", "a1"])
+                or h["a1"].update(apptive_api_ports=[3601, 3700], haproxy_peer_port=3700)
+            ),
+            "a1: apptive_api_ports has 3700, which haproxy_peer_port (lb) also uses",
+        ),
+        (
+            lambda g, h: (
+                g.update(monitoring=["mon1", "a2"]) or h["a2"].update(apptive_api_ports=[9090])
+            ),
+            "a2: apptive_api_ports has 9090, which prometheus_web_listen_address (monitoring)",
+        ),
+        (
+            lambda g, h: [h[x].update(apptive_api_rollout_batch=0) for x in ("a1", "a2", "a3")],
+            "a1: apptive_api_rollout_batch 0 must be at least 1 host",
+        ),
+        (
+            lambda g, h: [
+                h[x].update(apptive_api_rollout_batch="150%") for x in ("a1", "a2", "a3")
+            ],
+            "apptive_api_rollout_batch '150%' must be at least 1 host, or a percentage from 1%",
+        ),
+        (
+            lambda g, h: [
+                h[x].update(apptive_api_rollout_batch="half") for x in ("a1", "a2", "a3")
+            ],
+            "a1: apptive_api_rollout_batch 'half' is neither a number of hosts nor a percentage",
+        ),
+        (
+            lambda g, h: [h[x].update(apptive_api_rollout_batch=True) for x in ("a1", "a2", "a3")],
+            "apptive_api_rollout_batch True is neither",
+        ),
+        (
+            lambda g, h: h["a2"].update(apptive_api_rollout_batch=2),
+            "apptive_api_rollout_batch differs between API hosts",
+        ),
+        (
+            lambda g, h: h["a1"].update(apptive_api_rollout_drain_timeout=0),
+            "a1: apptive_api_rollout_drain_timeout 0 must be a whole number of seconds",
+        ),
+        (
+            lambda g, h: h["a1"].update(apptive_api_rollout_health_timeout="soon"),
+            "a1: apptive_api_rollout_health_timeout 'soon' must be",
+        ),
     ],
 )
 def test_each_mistake_is_named(good: Inventory, change: Any, expected: str) -> None:
@@ -193,3 +250,89 @@ def test_scrape_targets(good: Inventory) -> None:
     assert api_targets(["a3"], hostvars) == [
         {"targets": ["10.0.0.3:3601"], "labels": {"host": "a3", "container": "apptive-api-1"}}
     ]
+
+
+@pytest.mark.parametrize("batch", [1, 3, "2", "30%", "100%", "1%"])
+def test_good_rollout_batches(good: Inventory, batch: Any) -> None:
+    groups, hostvars = copy.deepcopy(good)
+    for host in groups["api"]:
+        hostvars[host]["apptive_api_rollout_batch"] = batch
+    assert inventory_problems(groups, hostvars) == []
+
+
+def test_monitoring_ports_of_an_api_host_that_is_not_a_monitoring_host(good: Inventory) -> None:
+    groups, hostvars = copy.deepcopy(good)
+    hostvars["a2"]["apptive_api_ports"] = [9090, 9093]
+    assert inventory_problems(groups, hostvars) == []
+
+
+def _container(name: str, port: int, version: str, state: str = "running") -> dict[str, Any]:
+    return {
+        "Names": [f"/{name}"],
+        "State": state,
+        "Labels": {
+            "io.apptive.role": "api",
+            "io.apptive.port": str(port),
+            "io.apptive.version": version,
+        },
+    }
+
+
+def test_rollout_plan_of_a_converged_host_is_empty() -> None:
+    running = [
+        _container("apptive-api-1", 3601, "1.0.0"),
+        _container("apptive-api-2", 3602, "1.0.0"),
+    ]
+    assert rollout_plan(running, "a1", [3601, 3602], "1.0.0") == {
+        "replace": [],
+        "replace_ports": [],
+        "remove": [],
+        "stop": [],
+        "drain": [],
+        "ready": [],
+    }
+
+
+def test_rollout_plan_of_a_new_version_replaces_every_container() -> None:
+    running = [
+        _container("apptive-api-1", 3601, "1.0.0"),
+        _container("apptive-api-2", 3602, "1.0.0"),
+    ]
+    plan = rollout_plan(running, "a1", [3601, 3602], "1.0.1")
+    assert plan["replace"] == ["apptive-api-1", "apptive-api-2"]
+    assert plan["replace_ports"] == [3601, 3602]
+    assert plan["drain"] == plan["ready"] == ["a1-apptive-api-1", "a1-apptive-api-2"]
+    assert plan["stop"] == ["apptive-api-1", "apptive-api-2"]
+
+
+def test_rollout_plan_of_a_port_fewer_removes_the_last_container() -> None:
+    running = [
+        _container("apptive-api-1", 3601, "1.0.0"),
+        _container("apptive-api-2", 3602, "1.0.0"),
+        _container("apptive-api-3", 3603, "1.0.0"),
+    ]
+    plan = rollout_plan(running, "a2", [3601, 3602], "1.0.0")
+    assert plan["replace"] == []
+    assert plan["remove"] == ["apptive-api-3"]
+    assert plan["drain"] == ["a2-apptive-api-3"]
+    assert plan["ready"] == []
+    assert plan["stop"] == ["apptive-api-3"]
+
+
+def test_rollout_plan_of_a_new_port_a_moved_port_and_a_stopped_container() -> None:
+    running = [
+        _container("apptive-api-1", 3601, "1.0.0", state="exited"),
+        _container("apptive-api-2", 3602, "1.0.0"),
+    ]
+    plan = rollout_plan(running, "a1", [3601, 3605, 3603], "1.0.0")
+    assert plan["replace"] == ["apptive-api-1", "apptive-api-2", "apptive-api-3"]
+    assert plan["replace_ports"] == [3601, 3605, 3603]
+    # Only what runs is stopped: apptive-api-1 already is, apptive-api-3 does not exist.
+    assert plan["stop"] == ["apptive-api-2"]
+
+
+def test_rollout_plan_of_a_host_without_docker_yet() -> None:
+    plan = rollout_plan(None, "a4", [3601, 3602], "1.0.0")
+    assert plan["replace"] == ["apptive-api-1", "apptive-api-2"]
+    assert plan["drain"] == ["a4-apptive-api-1", "a4-apptive-api-2"]
+    assert plan["stop"] == []

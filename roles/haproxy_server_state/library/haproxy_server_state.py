@@ -15,7 +15,9 @@ description:
     or until HAProxy's health checks see them up (O(up_timeout)).
   - Servers the backend does not have are reported in RV(missing) and otherwise ignored: a
     server that the load balancer does not know yet needs no drain. A missing socket (HAProxy
-    not installed yet) is not an error either; RV(present) is then false.
+    not installed yet) is not an error either; RV(present) is then false. Nor is a socket that
+    refuses connections (HAProxy stopped): a load balancer that does not run sends no request
+    anywhere, so there is nothing to drain on it; RV(running) is then false, with a warning.
   - Without O(state), only reports.
 options:
   socket:
@@ -50,11 +52,11 @@ options:
     default: 0
   settle:
     description:
-      - With O(up_timeout), seconds to wait after a server left maint before believing that it
-        is up. HAProxy marks a server leaving maint up at once and checks it right away; one
-        failed check takes it down again, which this pause lets happen first.
-    type: float
-    default: 1.5
+      - With O(up_timeout), how many seconds a server must have been up before it counts. HAProxy
+        marks a server that leaves maint up at once and checks it right away; one failed check
+        takes it down again, which this lets happen first.
+    type: int
+    default: 1
   poll_interval:
     description: Seconds between two reads while waiting.
     type: float
@@ -100,9 +102,14 @@ missing:
 servers:
   description: >-
     Every server of the backend after the run: C(id), C(admin) (ready, drain or maint),
-    C(operational) (up, starting, stopping or down), C(check) (HAProxy's check status code).
+    C(admin_flags), C(operational) (up, starting, stopping or down), C(check) (HAProxy's check
+    status code), C(since) (seconds since its last state change).
   returned: always
   type: dict
+running:
+  description: Whether HAProxy answered on the socket.
+  returned: always
+  type: bool
 sessions_left:
   description: Requests still in flight on O(servers) when the wait for them ended.
   returned: always
@@ -169,6 +176,7 @@ def parse_servers_state(text: str) -> dict[str, dict[str, Any]]:
             "admin_flags": admin,
             "operational": OPERATIONAL.get(int(row["srv_op_state"]), row["srv_op_state"]),
             "check": int(row["srv_check_status"]),
+            "since": int(row["srv_time_since_last_change"]),
         }
     return servers
 
@@ -242,7 +250,7 @@ def main() -> None:
             "state": {"type": "str", "choices": ["ready", "drain", "maint"]},
             "sessions_timeout": {"type": "float", "default": 0},
             "up_timeout": {"type": "float", "default": 0},
-            "settle": {"type": "float", "default": 1.5},
+            "settle": {"type": "int", "default": 1},
             "poll_interval": {"type": "float", "default": 0.5},
         },
         supports_check_mode=True,
@@ -251,6 +259,7 @@ def main() -> None:
     result: dict[str, Any] = {
         "changed": False,
         "present": os.path.exists(params["socket"]),
+        "running": False,
         "changed_servers": [],
         "missing": [],
         "servers": {},
@@ -258,6 +267,12 @@ def main() -> None:
     }
     if not result["present"]:
         module.exit_json(msg=f"{params['socket']} does not exist: HAProxy is not set up", **result)
+    try:
+        ask(params["socket"], "show info")
+    except ConnectionRefusedError:
+        module.warn(f"HAProxy does not answer on {params['socket']}: it is not running here")
+        module.exit_json(**result)
+    result["running"] = True
 
     runtime = Runtime(module)
     before = runtime.servers()
@@ -289,12 +304,15 @@ def main() -> None:
             )
 
     if state == "ready" and wanted and params["up_timeout"] > 0:
-        if result["changed_servers"]:
-            time.sleep(params["settle"])
         deadline = time.monotonic() + params["up_timeout"]
         while True:
             now = runtime.servers()
-            down = {n: now[n] for n in wanted if now[n]["operational"] not in ("up", "starting")}
+            down = {
+                n: now[n]
+                for n in wanted
+                if now[n]["operational"] not in ("up", "starting")
+                or now[n]["since"] < params["settle"]
+            }
             if not down:
                 break
             if time.monotonic() >= deadline:
