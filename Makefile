@@ -81,7 +81,7 @@ lab-idempotence: venv ## Rerun site.yml on the lab; fail unless nothing changed
 	bash scripts/check-idempotence.sh
 
 .PHONY: cluster-test
-cluster-test: venv ## Tests across hosts, against a running lab
+cluster-test: venv ## Against a running lab: stickiness, alerts, a rollout, scale out and in
 	$(BIN)/pytest -q tests/cluster
 
 .PHONY: validation-test
@@ -105,7 +105,7 @@ bench-rollout: venv ## A full rolling upgrade under load: requests sent and fail
 	$(PY) scripts/bench_rollout.py
 
 .PHONY: test
-test: ## The whole suite: lint, unit, image, Molecule, lab, cluster tests
+test: ## The whole suite: lint, unit, image, Molecule, lab, cluster, validation and fault tests
 	@mkdir -p .cache && rm -f "$$TIMED_RECORD"
 	$(TIMED) "venv" $(MAKE) -s venv
 	$(TIMED) "tools" $(MAKE) -s tools
@@ -117,6 +117,8 @@ test: ## The whole suite: lint, unit, image, Molecule, lab, cluster tests
 	$(TIMED) "lab" $(MAKE) -s lab
 	$(TIMED) "lab-idempotence" $(MAKE) -s lab-idempotence
 	$(TIMED) "cluster-test" $(MAKE) -s cluster-test
+	$(TIMED) "validation-test" $(MAKE) -s validation-test
+	$(TIMED) "e2e-faults" $(MAKE) -s e2e-faults
 	@$(TIMED) --summary
 
 .PHONY: clean
