@@ -489,7 +489,8 @@ def _playbook_seconds(log_text: str) -> float | None:
 
 def bench_converge(lab: Lab, args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {}
-    first_log = Path(args.first_converge_log or REPO / ".cache" / "lab-up.log")
+    default_log = REPO / ".cache" / f"{Path(lab.inventory_dir).name}-up.log"
+    first_log = Path(args.first_converge_log or default_log)
     if first_log.exists():
         text = first_log.read_text(errors="replace")
         # `scripts/lab.sh up` runs lab/up.yml first: only what follows site.yml's start counts.
@@ -649,7 +650,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--failover-seconds", type=float, default=40)
     parser.add_argument(
         "--first-converge-log",
-        help="output of the lab's first `scripts/lab.sh up` (default .cache/lab-up.log)",
+        help="output of the lab's first `scripts/lab.sh up` (default .cache/<inventory>-up.log)",
     )
     parser.add_argument("--skip-rerun", action="store_true", help="converge: no rerun now")
     parser.add_argument("--rollout-args", nargs="*", default=[])
