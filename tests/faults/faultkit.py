@@ -268,6 +268,9 @@ class Load:
         self.mismatches: list[str] = []
         self.keys: dict[tuple[str, str], _KeyState] = defaultdict(_KeyState)
         self.marks: dict[str, float] = {}
+        # Per worker (its session's id): the LBs it holds an idle keep-alive connection to.
+        self._warm: dict[int, set[str]] = defaultdict(set)
+        self.idle_close_retries = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -319,12 +322,25 @@ class Load:
         started = time.time()
         url = f"/api/users/{user}/records/{key}"
         tried_other = False
+        retried_fresh = False
+        warm = self._warm[id(session)]
         while True:
+            reused = lb in warm
             try:
                 response = session.request(
                     method, f"{self.lb_urls[lb]}{url}", json=body, timeout=self.timeout
                 )
             except requests.RequestException as exc:
+                warm.discard(lb)
+                # A server may close an idle keep-alive connection at any time (HAProxy's old
+                # worker does at a reload); a request that meets that close got no byte of
+                # answer, and an HTTP client sends an idempotent one again on a new connection
+                # (RFC 9112, 9.3.1). Only then: a fresh connection that fails is a failure.
+                if reused and not retried_fresh and _closed_before_answer(exc):
+                    retried_fresh = True
+                    with self._lock:
+                        self.idle_close_retries += 1
+                    continue
                 if self.failover and not tried_other:
                     tried_other = True
                     lb = next(name for name in self.lb_urls if name != lb)
@@ -333,6 +349,10 @@ class Load:
                 outcome.error = type(exc).__name__
                 outcome.failover = tried_other
                 return outcome, None
+            if response.headers.get("Connection", "").lower() == "close":
+                warm.discard(lb)
+            else:
+                warm.add(lb)
             outcome = Outcome(
                 started,
                 time.time(),
@@ -424,6 +444,7 @@ class Load:
             "writes_failed": sum(1 for o in failed if o.method == "PUT"),
             "reads_failed": sum(1 for o in failed if o.method == "GET"),
             "client_failovers": sum(1 for o in outcomes if o.failover),
+            "idle_close_retries": self.idle_close_retries,
             "failure_kinds": dict(Counter(str(o.error or o.status) for o in failed)),
             "failures_by_container": dict(Counter(str(o.served_by) for o in failed)),
             "mismatched_reads": len(self.mismatches),
@@ -476,6 +497,12 @@ class Load:
             "acknowledged": sum(1 for _, st in items if st.acked),
             "problems": problems,
         }
+
+
+def _closed_before_answer(exc: requests.RequestException) -> bool:
+    """urllib3's "Connection aborted." (RemoteDisconnected, a reset): no byte of answer came.
+    A refused or timed-out connection, or a read timeout, is something else."""
+    return isinstance(exc, requests.ConnectionError) and "Connection aborted" in str(exc)
 
 
 def user_files(user: str) -> list[str]:

@@ -75,6 +75,7 @@ def _load_figures(summary: dict[str, Any]) -> dict[str, Any]:
         "failed_reads": summary["reads_failed"],
         "recovery_s (fault -> last failed request)": summary["recovery_s"],
         "slowest_request_s (after the fault)": summary["slowest_request_s"],
+        "resent_after_idle_close": summary["idle_close_retries"],
         "failures": summary["failure_kinds"],
         "failures_by_container": summary["failures_by_container"],
     }
