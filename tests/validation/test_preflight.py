@@ -61,6 +61,10 @@ def _no_monitoring_group(inventory: dict) -> None:
     del inventory["all"]["children"]["monitoring"]
 
 
+def _lb_group_emptied(inventory: dict) -> None:
+    inventory["all"]["children"]["lb"]["hosts"] = {}
+
+
 @dataclass(frozen=True)
 class Case:
     id: str
@@ -129,6 +133,11 @@ CASES = [
         "no-monitoring-group",
         "group 'monitoring' is missing or empty",
         inventory=hosts_yml(_no_monitoring_group),
+    ),
+    Case(
+        "lb-group-empty",
+        "group 'lb' is missing or empty",
+        inventory=hosts_yml(_lb_group_emptied),
     ),
     Case(
         "version-not-a-release",
